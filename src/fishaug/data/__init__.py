@@ -1,0 +1,1 @@
+"""Data sources, manifests, split schemes, transforms and the LightningDataModule."""

@@ -1,0 +1,1 @@
+"""Metrics, per-track aggregation, confusion matrices and prediction files."""

@@ -1,0 +1,1 @@
+"""Run folders, Hydra helpers and logging set-up."""
