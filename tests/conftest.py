@@ -102,7 +102,13 @@ def write_image_dataset(
                 relative = Path(label) / video / f"frame{i:03d}.png"
                 Image.fromarray(pixels).save(root / relative)
                 rows.append(
-                    {"path": str(relative), "label": label, "video": video, "track": "fish1", "frame": i}
+                    {
+                        "path": str(relative),
+                        "label": label,
+                        "video": video,
+                        "track": "fish1",
+                        "frame": i,
+                    }
                 )
     manifest = root / "manifest.csv"
     pd.DataFrame(rows).to_csv(manifest, index=False)

@@ -50,7 +50,7 @@ def hold_out_test(
                 "Use ids from the manifest's 'video' column."
             )
         mask = manifest["video"].isin(test_videos)
-        _check_remaining(manifest[~mask], manifest, min_remaining, "the listed test videos")
+        _check_remaining(manifest[~mask], manifest, min_remaining, "train and val")
         return mask
 
     _check_count_or_fraction(test_per_class, "data.test_per_class")
@@ -163,8 +163,7 @@ def _videos_per_class(manifest: pd.DataFrame) -> dict[str, list[str]]:
     """Map each label to its sorted video ids; a video's label is its most common image label."""
     video_label = manifest.groupby("video")["label"].agg(lambda s: s.value_counts().idxmax())
     return {
-        label: sorted(videos.index)
-        for label, videos in video_label.groupby(video_label, sort=True)
+        label: sorted(videos.index) for label, videos in video_label.groupby(video_label, sort=True)
     }
 
 

@@ -105,7 +105,14 @@ def confusion_matrix(
     With ``normalize="pred"`` each column sums to 1 (the share of a predicted class that truly
     is each class); a class never predicted has a column of zeros.
     """
-    matrix = tmf.multiclass_confusion_matrix(
-        probs.argmax(dim=1), targets, num_classes, normalize=normalize
-    )
-    return matrix.numpy()
+    if normalize not in (None, "pred", "true", "all"):
+        raise ValueError(
+            f"normalize={normalize!r} is not valid; use None, 'pred', 'true' or 'all'."
+        )
+    counts = tmf.multiclass_confusion_matrix(probs.argmax(dim=1), targets, num_classes)
+    counts = counts.double().numpy()
+    if normalize is None:
+        return counts
+    axis = {"pred": 0, "true": 1, "all": None}[normalize]
+    totals = counts.sum(axis=axis, keepdims=axis is not None)
+    return np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
