@@ -36,9 +36,15 @@ def fishcam_root() -> Path:
 
 
 def compose_config(
-    config_name: str, overrides: list[str], output_dir: Path | None = None
+    config_name: str,
+    overrides: list[str],
+    output_dir: Path | None = None,
+    log_dir: Path | None = None,
 ) -> DictConfig:
-    """Compose a config from configs/ as Hydra would for a run, with run folders in output_dir."""
+    """Compose a config from configs/ as Hydra would for a run in output_dir.
+
+    Earlier runs are looked up in ``log_dir``, by default ``output_dir/logs``.
+    """
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
@@ -51,7 +57,7 @@ def compose_config(
         HydraConfig.instance().set_config(cfg)
         with open_dict(cfg):
             cfg.paths.output_dir = str(output_dir)
-            cfg.paths.log_dir = str(output_dir / "logs")
+            cfg.paths.log_dir = str(log_dir or output_dir / "logs")
             cfg.paths.data_dir = str(output_dir / "data")
     return cfg
 
@@ -60,14 +66,18 @@ def compose_config(
 def train_config(tmp_path: Path) -> Callable[..., DictConfig]:
     """Factory: ``train_config(overrides)`` composes train.yaml into tmp_path, shrunk for a CPU."""
 
-    def factory(overrides: list[str] = (), output_dir: Path | None = None) -> DictConfig:
+    def factory(
+        overrides: list[str] = (), output_dir: Path | None = None, log_dir: Path | None = None
+    ) -> DictConfig:
         base = [
             "trainer.accelerator=cpu",
             "data.num_workers=0",
             "data.image_size=32",
             "logger=csv",
         ]
-        return compose_config("train", base + list(overrides), output_dir or tmp_path / "run")
+        return compose_config(
+            "train", base + list(overrides), output_dir or tmp_path / "run", log_dir
+        )
 
     return factory
 

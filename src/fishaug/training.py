@@ -21,6 +21,9 @@ from fishaug.data.manifest import track_ids
 from fishaug.evaluation.metrics import classification_metrics, confusion_matrix
 from fishaug.evaluation.outputs import write_confusion, write_predictions
 from fishaug.models.module import FishClassifier
+from fishaug.report.wandb_run import log_run_config, log_run_results
+from fishaug.utils.callbacks import EpochSeed
+from fishaug.utils.resume import config_key, find_previous, reuse_results, write_key
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,23 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir.mkdir(parents=True, exist_ok=True)
 
     augment = build_augmentation(OmegaConf.to_container(cfg.aug, resolve=True), seed=cfg.seed)
+
+    key = config_key(cfg)
+    write_key(output_dir, key)
+    previous = find_previous(Path(cfg.paths.log_dir), key, exclude=output_dir)
+    if cfg.get("skip_completed") and previous.completed is not None:
+        log.info(
+            "The same configuration already finished in %s; its results are copied here. "
+            "Set skip_completed=false to train again.",
+            previous.completed,
+        )
+        return reuse_results(previous.completed, output_dir)
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path is None and cfg.get("resume") and previous.last_checkpoint is not None:
+        ckpt_path = str(previous.last_checkpoint)
+        log.info("Resuming the interrupted run of this configuration from %s", ckpt_path)
+        (previous.last_checkpoint.parents[1] / "resumed_in.txt").write_text(f"{output_dir}\n")
+
     L.seed_everything(cfg.seed, workers=True)
 
     # An augmentation that adds images (synthetic sets) exposes extra_train_rows(split).
@@ -49,12 +69,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         cfg.model, class_names=datamodule.class_names, _convert_="object"
     )
     trainer = build_trainer(cfg)
+    log_run_config(trainer, cfg)
     log_run_summary(cfg, datamodule, trainer)
 
     metrics: dict[str, Any] = {}
     if cfg.get("train"):
         started = time.perf_counter()
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         metrics["time/fit_s"] = time.perf_counter() - started
         epochs = max(trainer.current_epoch, 1)
         metrics["time/epoch_s"] = metrics["time/fit_s"] / epochs
@@ -71,6 +92,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     metrics["best_checkpoint"] = best
     write_metrics(output_dir / "metrics.json", metrics)
+    log_run_results(trainer, metrics, output_dir)
     log.info(
         "val/f1_macro %.4f, test/f1_macro %s",
         metrics["val/f1_macro"],
@@ -88,6 +110,7 @@ def build_datamodule(cfg: DictConfig, **kwargs: Any) -> FishDataModule:
 def build_trainer(cfg: DictConfig) -> L.Trainer:
     """Instantiate the Trainer with the configured callbacks and loggers."""
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    callbacks.append(EpochSeed(cfg.seed))
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 

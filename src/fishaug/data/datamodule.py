@@ -9,11 +9,11 @@ from pathlib import Path
 import lightning as L
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset
 
 from fishaug.data import splits
 from fishaug.data.manifest import check_images, validate_manifest
-from fishaug.data.sampling import inverse_frequency_weights
+from fishaug.data.sampling import EpochSeededWeightedSampler, inverse_frequency_weights
 from fishaug.data.transforms import ImageTransform, build_transform, channel_stats, load_rgb
 from fishaug.errors import ConfigError, DataError
 
@@ -207,14 +207,14 @@ class FishDataModule(L.LightningDataModule):
         dataset = self.datasets["train"]
         sampler = None
         if self.balanced_sampler:
-            generator = torch.Generator().manual_seed(self.sampler_seed)
-            sampler = WeightedRandomSampler(
-                inverse_frequency_weights(dataset.targets),
-                num_samples=len(dataset),
-                replacement=True,
-                generator=generator,
+            sampler = EpochSeededWeightedSampler(
+                inverse_frequency_weights(dataset.targets), len(dataset), seed=self.sampler_seed
             )
-        return self._loader(dataset, self.batch_size, shuffle=sampler is None, sampler=sampler)
+        # Workers are started anew each epoch so that their seeds follow the per-epoch seeding,
+        # which keeps a resumed run on the same batches as an uninterrupted one.
+        return self._loader(
+            dataset, self.batch_size, shuffle=sampler is None, sampler=sampler, persistent=False
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.datasets["val"], self.eval_batch_size)
@@ -236,14 +236,16 @@ class FishDataModule(L.LightningDataModule):
         columns += [c for c in ("track", "camera", "frame", "source") if c in self.split.columns]
         self.split[columns].to_csv(path, index=False)
 
-    def _loader(self, dataset, batch_size, shuffle=False, sampler=None) -> DataLoader:
+    def _loader(
+        self, dataset, batch_size, shuffle=False, sampler=None, persistent=True
+    ) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=batch_size,
             shuffle=shuffle,
             sampler=sampler,
             num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            persistent_workers=persistent and self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
         )
 

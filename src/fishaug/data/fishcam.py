@@ -66,7 +66,7 @@ def fishcam_source(
 
     Raises:
         DataError: no sample at ``root`` and no download asked for, the download failed, or
-            the copy is incomplete or holds a file name that does not parse.
+            the copy is incomplete or contains a file name that does not parse.
     """
     data_dir = _find_data_dir(Path(root).expanduser())
     if data_dir is None:
@@ -84,7 +84,9 @@ def fishcam_source(
     rows = []
     for species_dir in sorted(p for p in data_dir.iterdir() if p.is_dir()):
         for image in sorted(species_dir.glob("*.png")):
-            rows.append({"path": str(image), "label": species_dir.name, **parse_file_name(image.name)})
+            rows.append(
+                {"path": str(image), "label": species_dir.name, **parse_file_name(image.name)}
+            )
     if len(rows) < min_images:
         raise DataError(
             f"The FishCam-AT copy at '{data_dir}' has {len(rows)} images, fewer than "

@@ -1,8 +1,8 @@
 """Split schemes: a held-out test set of whole videos, then train/val by one of two schemes.
 
-``random_split`` ("4vs1") shuffles the remaining images 70/30 into train/val within each class, so
-frames of one video land on both sides; it is kept to show how much that leakage flatters
-validation. ``video_folds`` ("3+1vs1") deals each class's remaining videos into K folds and takes
+``random_split`` ("4vs1") shuffles the remaining images 70/30 into train/val within each class.
+Frames of one video then land on both sides, and the scheme is kept to show how much that leakage
+flatters validation. ``video_folds`` ("3+1vs1") deals each class's remaining videos into K folds and takes
 one fold as validation, so no video appears in two of train, val and test.
 """
 

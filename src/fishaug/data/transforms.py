@@ -102,9 +102,7 @@ def channel_stats(
     Call it with training images only: statistics from val or test images would leak them into
     training. Results are cached in ``cache_dir`` under a hash of the paths and the size.
     """
-    key = hashlib.sha256(
-        json.dumps([sorted(paths), image_size]).encode("utf-8")
-    ).hexdigest()[:16]
+    key = hashlib.sha256(json.dumps([sorted(paths), image_size]).encode("utf-8")).hexdigest()[:16]
     cache_file = Path(cache_dir) / f"stats_{key}.json" if cache_dir is not None else None
     if cache_file is not None and cache_file.is_file():
         cached = json.loads(cache_file.read_text())

@@ -22,10 +22,10 @@ SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 class FishClassifier(L.LightningModule):
     """A torchvision ResNet trained with cross-entropy.
 
-    Validation and test batches are collected per epoch; at the end of each epoch the module logs
-    ``<stage>/loss``, ``<stage>/acc`` and ``<stage>/f1_macro`` and keeps the epoch's probabilities
-    in ``collected[stage]`` as ``(probs (N, C), targets (N,), row indices (N,))`` so that the
-    caller can write prediction files and full metrics.
+    Validation and test batches are collected per epoch. At the end of each epoch the module logs
+    ``<stage>/loss``, ``<stage>/acc`` and ``<stage>/f1_macro``. It keeps the epoch's outputs in
+    ``collected[stage]`` as ``(probs (N, C), targets (N,), row indices (N,))``, from which the
+    caller writes prediction files and full metrics.
 
     Args:
         arch: ``resnet18`` or ``resnet50``.

@@ -53,7 +53,9 @@ class JobStatusCallback(Callback):
                 output_dir / "error.txt",
             )
         if hydra_cfg.mode is not None and str(hydra_cfg.mode).endswith("MULTIRUN"):
-            write_sweep_table(Path(hydra_cfg.sweep.dir))
+            # From `config`: job_return.hydra_cfg is a copy without the rest of the config, in
+            # which a sweep folder built from ${paths.log_dir} does not resolve.
+            write_sweep_table(Path(config.hydra.sweep.dir))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         table = write_sweep_table(Path(config.hydra.sweep.dir))
