@@ -16,6 +16,7 @@ from fishaug.augment.faster_aa.policy import Policy
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,8 @@ def write_losses(history: Sequence[dict[str, float]], output_dir: str | Path) ->
     distance.set_xlabel("epoch")
     distance.set_ylabel("mean D(real) - mean D(augmented)")
     distance.set_title("Wasserstein estimate")
+    for axis in (losses, distance):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     figure.suptitle("Faster AutoAugment search")
     figure.tight_layout()
     figure.savefig(output_dir / f"{LOSSES_FILE}.png", dpi=120)
