@@ -59,3 +59,27 @@ def test_run_folder_names_differ_for_simultaneous_starts():
     ]
     folders = [p.communicate(timeout=60)[0].strip() for p in processes]
     assert len(set(folders)) == 4, folders
+
+
+def test_multirun_with_default_folders(image_dataset, tmp_path):
+    # No hydra.sweep.dir and no paths: the sweep folder comes from paths.log_dir under the
+    # folder the command starts in.
+    command = [
+        sys.executable,
+        str(REPO_ROOT / "train.py"),
+        "-m",
+        "dataset=manifest",
+        f"dataset.path={image_dataset}",
+        "data.test_per_class=1",
+        "data.num_folds=3",
+        "data.image_size=32",
+        "debug=fdr",
+        "aug=randaugment",
+        "aug.m=5,7",
+    ]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    sweeps = list((tmp_path / "logs" / "train" / "multiruns").iterdir())
+    assert len(sweeps) == 1
+    jobs = pd.read_csv(sweeps[0] / "jobs.csv")
+    assert jobs["status"].tolist() == ["completed", "completed"]
